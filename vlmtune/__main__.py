@@ -1,0 +1,5 @@
+import sys
+
+from vlmtune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,82 @@
+"""`vlmtune` command line: a table from command to recipe module.
+
+Each recipe module defines `add_arguments(parser)` and `run(args) -> int`. This file only
+dispatches and turns our exceptions into exit codes (0 ok, 1 problems found, 2 bad usage/input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from vlmtune.errors import ProblemsFound, VlmtuneError
+
+# command -> (recipe module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("vlmtune.recipes.demo", "Train, merge, evaluate and chat offline on a tiny model and bundled images."),
+    "train": ("vlmtune.recipes.train", "Train from a YAML config with dotted overrides; resumes a run folder."),
+    "merge": ("vlmtune.recipes.merge", "Merge a LoRA run or adapter into its base and save a standard HF model."),
+    "chat": ("vlmtune.recipes.chat", "Chat with a model in the terminal, with images."),
+    "serve": ("vlmtune.recipes.serve", "Serve an OpenAI-compatible API and a web page."),
+    "eval": ("vlmtune.recipes.evaluate", "Evaluate on MMBench, ScienceQA or VQA."),
+    "convert": ("vlmtune.recipes.convert", "Convert checkpoints from other layouts (LLaVA's original) to HF."),
+    "configs": ("vlmtune.recipes.configs", "List, show or copy the shipped recipes."),
+}
+DATA_COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("vlmtune.recipes.data_check", "Check every record and image; report problems by record."),
+    "preview": ("vlmtune.recipes.data_preview", "Show a rendered sample with the trained spans marked."),
+}
+
+
+def _add(sub, name: str, module: str, help: str) -> None:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return  # a command whose recipe is not installed in this build
+    p = sub.add_parser(name, help=help, description=(mod.__doc__ or help).strip(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    mod.add_arguments(p)
+    p.set_defaults(_run=mod.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlmtune", description="Fine-tune vision-language models.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    data = sub.add_parser("data", help="Check and preview training data.")
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    for name, (module, help) in DATA_COMMANDS.items():
+        _add(data_sub, name, module, help)
+    data.set_defaults(_parser=data)
+    for name, (module, help) in COMMANDS.items():
+        _add(sub, name, module, help)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "_run"):
+        (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
+        return 2
+    try:
+        code = args._run(args)
+    except ProblemsFound as e:
+        if str(e):
+            print(f"vlmtune: {e}", file=sys.stderr)
+        code = e.exit_code
+    except VlmtuneError as e:
+        print(f"vlmtune: error: {e}", file=sys.stderr)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        print("vlmtune: interrupted", file=sys.stderr)
+        code = 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
