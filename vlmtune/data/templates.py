@@ -144,7 +144,7 @@ class RawTemplate:
 class ModelTemplate:
     """The tokenizer's (or processor's) own chat template. Trained spans come from rendering each
     prefix of the conversation: the text an assistant turn adds after the generation prompt is trained
-    (trailing whitespace excepted). A template whose renderings are not prefixes of each other is a
+    (surrounding whitespace excepted). A template whose renderings are not prefixes of each other is a
     `template-mismatch` for that record."""
 
     name = "model"
@@ -190,9 +190,10 @@ class ModelTemplate:
                 raise RecordProblem("template-mismatch", f"the chat template's rendering of turn {i} is not a prefix of the "
                                     "whole conversation, so trained spans can't be located; pick a named template.")
             answer = after[len(before):]
-            trained = answer.rstrip()
-            segs += [Segment(full[pos:len(before)], False), Segment(trained, True)]
-            pos = len(before) + len(trained)
+            start = len(before) + len(answer) - len(answer.lstrip())  # whitespace around the answer is untrained
+            trained = answer.strip()
+            segs += [Segment(full[pos:start], False), Segment(trained, True)]
+            pos = start + len(trained)
         segs.append(Segment(full[pos:], False))
         return _merge(segs)
 
