@@ -11,7 +11,10 @@ while decoding, and each distinct file is decoded once however many records use 
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
+
+from PIL import Image
 
 from vlmtune.data.dataset import image_root
 from vlmtune.data.images import load_image, resolve_image_path
@@ -81,8 +84,10 @@ def check_dataset(paths, *, image_folder=None, tokenizer=None, template_name=Non
                 except RecordProblem as p:
                     resolved[key] = p
     files = sorted({v for v in resolved.values() if isinstance(v, str)})
-    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        decoded = dict(zip(files, pool.map(_decode, files)))
+    with warnings.catch_warnings():  # load_image checks the pixel limit itself
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+            decoded = dict(zip(files, pool.map(_decode, files)))
 
     modalities = {"text": 0, "image": 0, "multi_image": 0}
     kinds: dict[str, int] = {}

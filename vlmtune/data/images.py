@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import threading
 import warnings
 
 from PIL import Image, ImageOps
@@ -73,16 +75,30 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+@contextlib.contextmanager
+def _quiet_bomb_warnings():
+    """Silence Pillow's bomb warning (load_image checks the size itself). `catch_warnings` edits global
+    state, so only the main thread does it; check_dataset silences it once around its thread pool."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
 def load_image(path_or_bytes) -> Image.Image:
     """Decode fully (`load()`) to RGB with EXIF orientation applied; any failure is `unreadable-image`."""
     name = "image bytes" if isinstance(path_or_bytes, (bytes, bytearray)) else os.path.basename(str(path_or_bytes))
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with _quiet_bomb_warnings():
             img = _open(path_or_bytes)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb(img)
+        limit = Image.MAX_IMAGE_PIXELS  # Pillow only warns between the limit and twice it; we refuse
+        if limit and img.size[0] * img.size[1] > limit:
+            raise Image.DecompressionBombError(f"{img.size[0]}x{img.size[1]} = {img.size[0] * img.size[1]} pixels")
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         limit = Image.MAX_IMAGE_PIXELS
         raise RecordProblem("unreadable-image", f"{name}: over Pillow's decompression-bomb limit of {limit} pixels ({e}).") from None
