@@ -1,0 +1,1 @@
+"""Export: merge a LoRA run into a standard HF folder, convert other checkpoint layouts to HF."""
