@@ -45,11 +45,25 @@ def _records_of_jsonl(path: str, *, tolerate_torn_tail: bool) -> list[tuple[int,
     return out
 
 
+def repair_torn_tail(path: str) -> None:
+    """End the file with a newline: a last line cut short by an interruption is removed, a whole one kept."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[cut:].decode("utf-8"))
+            f.write(b"\n")
+        except (ValueError, UnicodeDecodeError):
+            f.truncate(cut)
+
+
 def read_own_predictions(path: str, *, benchmark: str, items: list[EvalItem], model: str | None = None) -> dict[str, dict]:
     """What an earlier (possibly interrupted) run in the same folder already answered: {id: record}.
 
     A folder holding another benchmark's, another dataset's or another model's answers is an error,
-    so that a resumed run never mixes answers.
+    so that a resumed run never mixes answers. A torn last line is dropped from the file (redone).
     """
     if not os.path.exists(path):
         return {}
@@ -70,6 +84,7 @@ def read_own_predictions(path: str, *, benchmark: str, items: list[EvalItem], mo
             raise DataError(f"{where}: id {rec['id']} is the question {rec['question']!r}, but in this data it is "
                             f"{item.question!r}: these answers are for another dataset; use another --out folder.")
         done[item.id] = rec
+    repair_torn_tail(path)
     return done
 
 
