@@ -408,18 +408,26 @@ class ChatModel:
         return [c.text for c in self.complete(conversations, images, **kw)]
 
     def stream(self, messages: list, images: list | None = None, *, max_new_tokens: int = 256, temperature: float = 0.0,
-               top_p: float = 1.0, num_beams: int = 1, stop: list[str] | None = None) -> Iterator[str]:
-        """Text pieces as they are generated (beam search can't stream: its answer comes in one piece)."""
+               top_p: float = 1.0, num_beams: int = 1, stop: list[str] | None = None,
+               usage: dict | None = None) -> Iterator[str]:
+        """Text pieces as they are generated (beam search can't stream: its answer comes in one piece).
+
+        `usage`, when given, is filled with prompt_tokens, completion_tokens and finish_reason at the end."""
         if num_beams > 1:
-            yield self.generate([messages], [images or []], max_new_tokens=max_new_tokens, temperature=temperature,
-                                top_p=top_p, num_beams=num_beams, stop=stop)[0]
+            c = self.complete([messages], [images or []], max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_p=top_p, num_beams=num_beams, stop=stop)[0]
+            if usage is not None:
+                usage.update(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, finish_reason=c.finish_reason)
+            yield c.text
             return
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         enc = self.encode([messages], [images or []])
         self._check_length(enc, max_new_tokens)
         kw = self._gen_kwargs(max_new_tokens, temperature, top_p, num_beams, stop)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        cancel = threading.Event()  # set when the reader stops early (a stop string, a closed connection)
+        kw["stopping_criteria"] = StoppingCriteriaList([_Cancelled(cancel)])
+        streamer = _CountingStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         errors: list[BaseException] = []
 
         def work():
@@ -435,7 +443,7 @@ class ChatModel:
         with self.lock:
             thread = threading.Thread(target=work, daemon=True)
             thread.start()
-            sent, text = 0, ""
+            sent, text, stopped = 0, "", False
             try:
                 for piece in streamer:
                     text += piece
@@ -454,9 +462,45 @@ class ChatModel:
                     if len(text) > sent:
                         yield text[sent:]
             finally:
+                cancel.set()
                 thread.join()
         if errors:
             raise errors[0]
+        if usage is not None:
+            usage.update(prompt_tokens=int(enc["input_ids"].shape[1]), completion_tokens=streamer.generated,
+                         finish_reason="stop" if stopped or streamer.generated < max_new_tokens else "length")
+
+
+def _counting_streamer_class():
+    from transformers import TextIteratorStreamer
+
+    class CountingStreamer(TextIteratorStreamer):
+        """TextIteratorStreamer that also counts the generated tokens."""
+
+        generated = 0
+        _prompt_seen = False
+
+        def put(self, value):
+            if self._prompt_seen:
+                self.generated += int(value.numel() if value.dim() < 2 else value.shape[-1])
+            self._prompt_seen = True
+            super().put(value)
+
+    return CountingStreamer
+
+
+def _CountingStreamer(*args, **kw):
+    return _counting_streamer_class()(*args, **kw)
+
+
+class _Cancelled:
+    """A stopping criterion that ends generation once `event` is set."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kw):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
