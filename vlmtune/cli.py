@@ -30,35 +30,40 @@ DATA_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _add(sub, name: str, module: str, help: str) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name != module:
-            raise
-        return  # a command whose recipe is not installed in this build
+def _add(sub, name: str, module: str, help: str, load: bool) -> None:
+    """Register a command; its recipe module is imported only when it is the command being run,
+    so one recipe's import cost (or failure) never affects the others."""
+    if not load:
+        sub.add_parser(name, help=help)
+        return
+    mod = importlib.import_module(module)
     p = sub.add_parser(name, help=help, description=(mod.__doc__ or help).strip(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     mod.add_arguments(p)
     p.set_defaults(_run=mod.run)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _positionals(argv: list[str]) -> list[str]:
+    return [a for a in argv if not a.startswith("-")][:2]
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    words = _positionals(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="vlmtune", description="Fine-tune vision-language models.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     data = sub.add_parser("data", help="Check and preview training data.")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     for name, (module, help) in DATA_COMMANDS.items():
-        _add(data_sub, name, module, help)
+        _add(data_sub, name, module, help, load=words[:2] == ["data", name])
     data.set_defaults(_parser=data)
     for name, (module, help) in COMMANDS.items():
-        _add(sub, name, module, help)
+        _add(sub, name, module, help, load=words[:1] == [name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):
         (getattr(args, "_parser", None) or parser).print_help(sys.stderr)
