@@ -9,11 +9,9 @@ from vlmtune.errors import ConfigError
 from vlmtune.evaluation.during_training import check_eval_config, evaluate_during_training
 from vlmtune.inference import load_chat_model
 
-from test_eval_cli import COLS, mmbench_rows
 
-
-def test_benchmark_slice_and_samples(tmp_path, tiny_vlm, make_mmbench, digit_folder):
-    tsv = make_mmbench(tmp_path / "MMBench_DEV_EN.tsv", mmbench_rows(4), COLS)
+def test_benchmark_slice_and_samples(tmp_path, tiny_vlm, make_mmbench, digit_questions, digit_folder):
+    tsv = make_mmbench(tmp_path / "MMBench_DEV_EN.tsv", digit_questions(4))
     cfg = EvalConfig(benchmark="mmbench", data=str(tsv), every_steps=10, limit=2, max_new_tokens=3, batch_size=4,
                      image_folder=str(digit_folder),
                      samples=[{"image": "d3.png", "question": "What digit is shown in the image?"},

@@ -7,27 +7,12 @@ import pytest
 from vlmtune.cli import main
 from vlmtune.inference import ChatModel
 
-from test_scienceqa import write_sqa
-
-COLS = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "l2-category", "image"]
-
-
-def mmbench_rows(n=5):
-    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    rows = []
-    for i in range(n):
-        rows.append({"index": i, "question": "Which digit is shown?", "hint": "A handwritten digit." if i % 2 else "",
-                     "A": words[i], "B": words[(i + 1) % 10], "C": words[(i + 2) % 10], "answer": "A",
-                     "category": "digits", "l2-category": "perception"})
-    return rows
-
-
 def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_mmbench_end_to_end(tmp_path, tiny_vlm, make_mmbench, capsys):
-    tsv = make_mmbench(tmp_path / "MMBench_DEV_EN.tsv", mmbench_rows(), COLS)
+def test_mmbench_end_to_end(tmp_path, tiny_vlm, make_mmbench, digit_questions, capsys):
+    tsv = make_mmbench(tmp_path / "MMBench_DEV_EN.tsv", digit_questions(5))
     out = tmp_path / "out"
     code = main(["eval", "mmbench", str(tiny_vlm), "--data", str(tsv), "--out", str(out), "--batch-size", "4",
                  "--max-new-tokens", "4", "--no-progress"])
@@ -47,8 +32,8 @@ def test_mmbench_end_to_end(tmp_path, tiny_vlm, make_mmbench, capsys):
     assert {k: m2[k] for k in ("circular_accuracy", "plain_accuracy", "rows")} == {k: m[k] for k in ("circular_accuracy", "plain_accuracy", "rows")}
 
 
-def test_resume_after_interruption(tmp_path, tiny_vlm, make_mmbench, monkeypatch, capsys):
-    tsv = make_mmbench(tmp_path / "MMBench_DEV_EN.tsv", mmbench_rows(4), COLS)
+def test_resume_after_interruption(tmp_path, tiny_vlm, make_mmbench, digit_questions, monkeypatch, capsys):
+    tsv = make_mmbench(tmp_path / "MMBench_DEV_EN.tsv", digit_questions(4))
     args = ["eval", "mmbench", str(tiny_vlm), "--data", str(tsv), "--batch-size", "3", "--max-new-tokens", "3", "--no-progress"]
     assert main(args + ["--out", str(tmp_path / "clean")]) == 0
     clean = {p["id"]: p["prediction"] for p in read_jsonl(tmp_path / "clean" / "predictions.jsonl")}
@@ -91,7 +76,7 @@ def test_resume_after_interruption(tmp_path, tiny_vlm, make_mmbench, monkeypatch
     assert "use another --out folder" in capsys.readouterr().err
 
 
-def test_vqa_and_scienceqa_end_to_end(tmp_path, tiny_vlm, digit_folder, digit_png, capsys):
+def test_vqa_and_scienceqa_end_to_end(tmp_path, tiny_vlm, digit_folder, make_sqa, capsys):
     data = tmp_path / "vqa.jsonl"
     data.write_text("\n".join(json.dumps({"question_id": i, "image": f"d{i}.png", "question": "What digit is this?",
                                           "answers": [str(i)] * 10}) for i in range(3)) + "\n")
@@ -103,7 +88,7 @@ def test_vqa_and_scienceqa_end_to_end(tmp_path, tiny_vlm, digit_folder, digit_pn
     assert "VQA: 2 questions" in capsys.readouterr().out
 
     (tmp_path / "sqa").mkdir()
-    d = write_sqa(tmp_path / "sqa", digit_png)
+    d = make_sqa(tmp_path / "sqa")
     out = tmp_path / "sqa-out"
     assert main(["eval", "scienceqa", str(tiny_vlm), "--data", str(d / "llava_test_CQM-A.json"),
                  "--image-folder", str(d / "images"), "--out", str(out), "--max-new-tokens", "3", "--no-progress"]) == 0

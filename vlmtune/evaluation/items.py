@@ -31,6 +31,7 @@ class ImageRef:
         if self.path is not None:
             return self.path
         text = "".join((self.base64 or "").split())
+        text += "=" * (-len(text) % 4)  # some writers drop the padding
         try:
             return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError) as e:
