@@ -110,7 +110,8 @@ def fetch_public(url: str, *, max_bytes: int = MAX_IMAGE_BYTES, timeout_s: float
             with httpx.Client(timeout=left, follow_redirects=False, trust_env=False) as client:
                 req = client.build_request("GET", pinned, headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
                                            extensions={"sni_hostname": parts.hostname, "timeout": {"connect": left, "read": left, "write": left, "pool": left}})
-                with client.send(req, stream=True) as r:
+                r = client.send(req, stream=True)
+                try:
                     if r.is_redirect:
                         url = urljoin(url, r.headers.get("location", ""))
                         continue
@@ -124,6 +125,8 @@ def fetch_public(url: str, *, max_bytes: int = MAX_IMAGE_BYTES, timeout_s: float
                         if time.monotonic() > deadline:
                             raise ImageRequestError(f"fetching {url} took longer than {timeout_s:g}s.", "image_fetch_timeout")
                     return bytes(body)
+                finally:
+                    r.close()
         except httpx.HTTPError as e:
             raise ImageRequestError(f"fetching {url} failed: {type(e).__name__}: {e}", "image_fetch_failed") from None
     raise ImageRequestError(f"too many redirects fetching the image (more than {MAX_REDIRECTS}).", "image_fetch_failed")
