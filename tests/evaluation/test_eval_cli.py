@@ -95,3 +95,21 @@ def test_vqa_and_scienceqa_end_to_end(tmp_path, tiny_vlm, digit_folder, make_sqa
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("Total: 4, Correct: ") and "IMG-Accuracy: " in line
     assert json.loads((out / "metrics.json").read_text())["line"] == line
+
+
+def test_base_plus_adapter(tmp_path, tiny_vlm, digit_folder):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForImageTextToText
+
+    adapter = tmp_path / "adapter"
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm)
+    get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"],
+                                     init_lora_weights=False)).save_pretrained(adapter)
+    data = tmp_path / "vqa.jsonl"
+    data.write_text(json.dumps({"question_id": 1, "image": "d1.png", "question": "What digit?", "answer": "1"}) + "\n")
+    out = tmp_path / "out"
+    assert main(["eval", "vqa", str(tiny_vlm), "--adapter", str(adapter), "--data", str(data),
+                 "--image-folder", str(digit_folder), "--out", str(out), "--max-new-tokens", "2", "--no-progress"]) == 0
+    pred = read_jsonl(out / "predictions.jsonl")[0]
+    assert pred["model"].endswith(" + " + str(adapter.resolve()))
+    assert json.loads((out / "metrics.json").read_text())["metric"] == "exact_match"
