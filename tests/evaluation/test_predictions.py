@@ -85,6 +85,10 @@ def test_another_dataset(tmp_path, tsv, capsys):
     nocol = write_table(tmp_path / "nocol.csv", [{"index": 0, "answer": "A"}])
     with pytest.raises(DataError, match="missing column `prediction`"):
         read_predictions_file(str(nocol), "mmbench", items)
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text('{"question_id": 0, "text": "A"}\n{"question_id": 0, "text": "B"}\n')
+    with pytest.raises(DataError, match="twice.jsonl line 2: id 0 was already answered at twice.jsonl line 1"):
+        read_predictions_file(str(twice), "mmbench", items)
     garbage = tmp_path / "garbage.jsonl"
     garbage.write_text('{"foo": 1}\n')
     with pytest.raises(DataError, match="garbage.jsonl line 1: expected"):

@@ -48,3 +48,8 @@ def test_bad_scienceqa(tmp_path, make_sqa):
     (d / "other.json").write_text(json.dumps([{"id": "5", "conversations": [{"from": "human", "value": "q"}]}]))
     with pytest.raises(DataError, match=r"record 0 \(id 5\): problem 5 is not in problems.json"):
         load_scienceqa(str(d / "other.json"), problems=str(d / "problems.json"))
+    probs = json.loads((d / "problems.json").read_text())
+    probs["13"]["choices"] = ["cat"]
+    (d / "problems.json").write_text(json.dumps(probs))
+    with pytest.raises(DataError, match="problem 13, field `choices`: 1 choice"):
+        load_scienceqa(str(d / "llava_test_CQM-A.json"), problems=str(d / "problems.json"))

@@ -138,8 +138,13 @@ def read_predictions_file(path: str, benchmark: str, items: list[EvalItem]) -> d
 
     by_id = {i.id: i for i in items}
     out: dict[str, str] = {}
+    first_seen: dict[str, str] = {}
     unknown = []
     for where, rec in rows:
+        if rec["id"] in first_seen:
+            raise DataError(f"{where}: id {rec['id']} was already answered at {first_seen[rec['id']]}; "
+                            "a predictions file gives one answer per question.")
+        first_seen[rec["id"]] = where
         if rec.get("benchmark") not in (None, benchmark):
             raise DataError(f"{where}: a {rec['benchmark']} prediction, but this is a {benchmark} evaluation: "
                             "the predictions file is for another dataset.")

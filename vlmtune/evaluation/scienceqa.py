@@ -46,6 +46,9 @@ def load_problems(problems: str, pid_splits: str | None, split: str) -> tuple[di
     for pid, p in probs.items():
         if not isinstance(p, dict) or not isinstance(p.get("choices"), list) or not isinstance(p.get("answer"), int):
             raise DataError(f"{os.path.basename(problems)} problem {pid}: needs `choices` (a list) and `answer` (an integer).")
+        if len(p["choices"]) < 2:
+            raise DataError(f"{os.path.basename(problems)} problem {pid}, field `choices`: {len(p['choices'])} choice(s); "
+                            "a multiple-choice question needs at least two.")
         if not 0 <= p["answer"] < len(p["choices"]):
             raise DataError(f"{os.path.basename(problems)} problem {pid}, field `answer`: {p['answer']} is not an index "
                             f"into its {len(p['choices'])} choices.")
