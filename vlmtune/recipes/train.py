@@ -31,7 +31,7 @@ from vlmtune.training.sampler import StepSampler
 
 
 def add_arguments(p) -> None:
-    p.add_argument("config", help="YAML config, or a run folder (its config.yaml) to resume")
+    p.add_argument("config", help="YAML config, a shipped recipe name (see `vlmtune configs list`), or a run folder to resume")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. train.lr=1e-4")
     p.add_argument("--nproc", type=int, default=1, help="start N local processes (torch.distributed.run)")
     g = p.add_mutually_exclusive_group()
@@ -59,6 +59,13 @@ def resolve_config(path: str, overrides: list[str]) -> Config:
         cfg = load_config(p / "config.yaml", overrides)
         cfg.output_dir = str(p)  # the run folder is where it is, wherever it was first written
         return cfg
+    if not p.exists() and not path.endswith((".yaml", ".yml")):
+        # A shipped recipe by name, e.g. `vlmtune train llava-1.5/7b_lora data.path=...`.
+        from vlmtune.config import apply_overrides, from_dict
+        from vlmtune.configs import read_text
+        import yaml
+
+        return from_dict(apply_overrides(yaml.safe_load(read_text(path)) or {}, list(overrides))).validate()
     return load_config(p, overrides)
 
 
