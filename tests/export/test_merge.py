@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import write_lora_run
+from export_helpers import write_lora_run
 from vlmtune.cli import main
 
 

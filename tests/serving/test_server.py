@@ -10,7 +10,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from conftest import png_data_uri
+from serving_helpers import png_data_uri
 
 
 def client(url: str) -> OpenAI:

@@ -74,13 +74,13 @@ def _vision_path(cfg: dict, vision_tower: str | None, where: str) -> str:
     if not path:
         raise VlmtuneError(f"{where} names no vision tower (`mm_vision_tower`); pass --vision-tower PATH.")
     if not vision_tower and not Path(path).is_dir():
-        from vlmtune.models.processing import read_config
+        from transformers import AutoConfig
 
-        try:
-            read_config(path)  # a hub id already in the local cache works offline
-        except ModelLoadError:
+        try:  # a hub id already in the local cache works; nothing is downloaded implicitly
+            AutoConfig.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError):
             raise ModelLoadError(f"the vision tower `{path}` (mm_vision_tower in {where}) is not available locally; "
-                                 "pass --vision-tower PATH to its CLIP folder.") from None
+                                 "pass --vision-tower PATH to its CLIP folder (or download it first).") from None
     return path
 
 
