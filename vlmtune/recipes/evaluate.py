@@ -187,5 +187,10 @@ def run(args) -> int:
     _write_jsonl(out / "scored.jsonl", rows)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     print(summary(bench, metrics))
+    if metrics.get("unparseable"):
+        print(f"{metrics['unparseable']} answers named no option (counted wrong; listed under `unparseable_items` "
+              "in metrics.json)", file=sys.stderr)
+    if metrics.get("missing"):
+        print(f"{metrics['missing']} questions have no answer in {source} (counted wrong)", file=sys.stderr)
     print(f"wrote {out / 'metrics.json'}", file=sys.stderr)
     return 0
