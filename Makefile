@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_collate.py
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) demo_out
