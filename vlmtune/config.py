@@ -154,6 +154,11 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             continue
         if opt is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if opt is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if opt is int and isinstance(value, int) and not isinstance(value, bool):
             return value
         if opt is bool and isinstance(value, bool):
@@ -248,6 +253,9 @@ def validate(cfg: Config) -> None:
           "set either `model.path` or `model.vision_encoder` + `model.language_model`, not both.")
     _need(any(getattr(m, p) != "frozen" for p in ("vision", "projector", "llm")),
           "everything is frozen: set at least one of `model.vision`, `model.projector`, `model.llm` to lora or full.")
+    from vlmtune.data.templates import TEMPLATE_NAMES  # the data layer owns the list; imported lazily
+
+    _need(d.template in TEMPLATE_NAMES, f"`data.template` must be one of {', '.join(TEMPLATE_NAMES)}, got {d.template!r}.")
     _need(d.overlong in ("skip", "truncate"), f"`data.overlong` must be skip or truncate, got {d.overlong!r}.")
     _need(d.image_aspect_ratio in ("pad", "resize", "processor"), "`data.image_aspect_ratio` must be pad, resize or processor.")
     _need(d.max_length > 0, "`data.max_length` must be positive.")

@@ -67,7 +67,9 @@ def load_model_for_training(mcfg: ModelConfig, *, template: str, dtype=torch.flo
         if family.kind == "vlm":
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            skip = [p.split(".")[-1] for p in family.vision + family.projector] + ["lm_head"]
+            # Full module prefixes: transformers 5 matches skip entries from the start of a name (or as a
+            # suffix), so a bare `vision_tower` would no longer keep `model.vision_tower.*` unquantized.
+            skip = [p for p in family.vision + family.projector if p] + ["lm_head"]
             model = AutoModelForImageTextToText.from_pretrained(
                 mcfg.path, quantization_config=quantization_config(mcfg.quantization, skip), **kw)
             processor = AutoProcessor.from_pretrained(mcfg.path, trust_remote_code=mcfg.trust_remote_code)

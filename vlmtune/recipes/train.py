@@ -77,6 +77,15 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def _check_data_files(cfg: Config) -> None:
+    """Missing data files fail here, before any weights load, naming the field."""
+    for key in ("path", "eval_path"):
+        value = getattr(cfg.data, key)
+        for path in [] if value is None else [value] if isinstance(value, (str, os.PathLike)) else list(value):
+            if not Path(path).is_file():
+                raise VlmtuneError(f"`data.{key}`: data file {path} does not exist.")
+
+
 def data_fingerprint(paths) -> str:
     """sha256 over the data files' bytes (names excluded, so a moved file still matches)."""
     h = hashlib.sha256()
@@ -101,6 +110,7 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
     hf_logging.disable_progress_bar()
     if cfg.data.path is None:
         raise VlmtuneError("no training data: set `data.path` (e.g. `vlmtune train my.yaml data.path=data.json`).")
+    _check_data_files(cfg)
 
     # ---- Setup: run folder, processes, data, model, optimizer --------------------------------------------
     run_dir = Path(cfg.output_dir)
