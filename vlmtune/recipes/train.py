@@ -204,18 +204,27 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
     model.train()
 
     def checkpoint(at_step: int) -> Path:
+        """Collective: every rank gathers; rank 0 writes. A checkpoint is also a usable adapter folder."""
         weights = _gather_trainable(accelerator, model, trainable_names)
-        path = None
+        engine = run_dir / "checkpoints" / f".engine-step-{at_step}"
+        if deepspeed:  # DeepSpeed keeps its optimizer partitions in its own format
+            accelerator.save_state(str(engine))
         if main:
             trainer_state = {"step": at_step, "epoch": at_step // sampler.steps_per_epoch, "total_steps": total_steps,
                              "scheduler": scheduler.state_dict(), "data_fingerprint": fingerprint,
                              "skipped": tracker.count, "world_size": world, "global_batch": sampler.global_batch}
-            path = save_checkpoint(run_dir, at_step, weights=weights,
-                                   optimizer_state=None if deepspeed else optimizer.state_dict(),
-                                   trainer_state=trainer_state, config_yaml=cfg.to_yaml(),
-                                   keep=cfg.train.save_total_limit, protect=resume)
-        if deepspeed:
-            accelerator.save_state(str(run_dir / "checkpoints" / f"step-{at_step}" / "engine"))
+
+            def extra(folder: Path) -> None:
+                if deepspeed:
+                    os.replace(engine, folder / "engine")
+                unwrapped = accelerator.unwrap_model(model)
+                if hasattr(unwrapped, "peft_config"):  # so chat/merge/eval take a checkpoint like RUN/final
+                    _export_weights(cfg, unwrapped, loaded, weights, folder, base_path)
+
+            save_checkpoint(run_dir, at_step, weights=weights,
+                            optimizer_state=None if deepspeed else optimizer.state_dict(),
+                            trainer_state=trainer_state, config_yaml=cfg.to_yaml(),
+                            keep=cfg.train.save_total_limit, protect=resume, extra=extra)
         accelerator.wait_for_everyone()
         return run_dir / "checkpoints" / f"step-{at_step}"
 
@@ -362,23 +371,25 @@ def _ds_grad_norm(model):
     return float(value) if value is not None else None
 
 
+def _export_weights(cfg: Config, unwrapped, loaded, state_dict: dict, folder: Path, base_path: str) -> None:
+    """Write a peft adapter (or, with no LoRA, the full model) + processor + vlmtune_run.json into `folder`."""
+    is_adapter = hasattr(unwrapped, "peft_config")
+    if is_adapter:
+        unwrapped.peft_config["default"].base_model_name_or_path = base_path
+    unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    loaded.processor.save_pretrained(folder)
+    (folder / "vlmtune_run.json").write_text(json.dumps({
+        "base_model": base_path, "kind": "adapter" if is_adapter else "full",
+        "quantization": cfg.model.quantization, "template": cfg.data.template}, indent=1))
+
+
 def _save_final(cfg: Config, accelerator, model, loaded, run_dir: Path, base_path: str, main: bool) -> None:
     full_state = accelerator.get_state_dict(model)  # gathers ZeRO-3 / FSDP shards; collective
     if not main:
         return
-    unwrapped = accelerator.unwrap_model(model)
     final, tmp = run_dir / "final", run_dir / ".tmp-final"
     shutil.rmtree(tmp, ignore_errors=True)
-    is_adapter = hasattr(unwrapped, "peft_config")
-    if is_adapter:
-        unwrapped.peft_config["default"].base_model_name_or_path = base_path
-        unwrapped.save_pretrained(tmp, state_dict=full_state, safe_serialization=True)
-    else:
-        unwrapped.save_pretrained(tmp, state_dict=full_state, safe_serialization=True)
-    loaded.processor.save_pretrained(tmp)
-    (tmp / "vlmtune_run.json").write_text(json.dumps({
-        "base_model": base_path, "kind": "adapter" if is_adapter else "full",
-        "quantization": cfg.model.quantization, "template": cfg.data.template}, indent=1))
+    _export_weights(cfg, accelerator.unwrap_model(model), loaded, full_state, tmp, base_path)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
 

@@ -18,7 +18,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -100,7 +100,9 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(run_dir: Path, step: int, *, weights: dict[str, torch.Tensor], optimizer_state: dict | None,
-                    trainer_state: dict, config_yaml: str, keep: int = 0, protect: Path | None = None) -> Path:
+                    trainer_state: dict, config_yaml: str, keep: int = 0, protect: Path | None = None,
+                    extra: Callable[[Path], None] | None = None) -> Path:
+    """`extra(folder)` adds more files (an exported adapter, an engine's state) before the marker."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
@@ -116,8 +118,11 @@ def save_checkpoint(run_dir: Path, step: int, *, weights: dict[str, torch.Tensor
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
     _write_text(tmp / "trainer_state.json", json.dumps({**trainer_state, "rng": rng_plain}, indent=1))
     _write_text(tmp / "config.yaml", config_yaml)
-    for f in tmp.iterdir():
-        _fsync_path(f)
+    if extra is not None:
+        extra(tmp)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            _fsync_path(f)
     _write_text(tmp / MARKER, f"step {step}\n")
     if final.exists():  # an older save of the same step (e.g. a stop right after a periodic save)
         shutil.rmtree(final)
