@@ -103,7 +103,7 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
     from vlmtune.models.adapters import apply_training_modes, param_groups, parameter_table
     from vlmtune.models.load import load_model_for_training
     from vlmtune.training.distributed import build_accelerator
-    from vlmtune.training.loop import StopFlag, micro_step_loss, run_eval_loss
+    from vlmtune.training.loop import Progress, StopFlag, micro_step_loss, run_eval_loss
     from transformers import get_cosine_schedule_with_warmup
     from transformers.utils import logging as hf_logging
 
@@ -111,6 +111,10 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
     if cfg.data.path is None:
         raise VlmtuneError("no training data: set `data.path` (e.g. `vlmtune train my.yaml data.path=data.json`).")
     _check_data_files(cfg)
+    if cfg.eval.every_steps:  # a bad benchmark file fails now, not hours in
+        from vlmtune.evaluation.during_training import check_eval_config
+
+        check_eval_config(cfg.eval)
 
     # ---- Setup: run folder, processes, data, model, optimizer --------------------------------------------
     run_dir = Path(cfg.output_dir)
@@ -199,7 +203,7 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
     stop = StopFlag.install()
     nonfinite, step, last_ckpt = 0, start_step, resume
     seen = start_step * sampler.global_batch
-    progress = _progress(main and cfg.train.progress, start_step, total_steps)
+    progress = Progress(main and cfg.train.progress, start_step, total_steps, main=main)
     micro_batches = iter(loader)
     model.train()
 
@@ -278,7 +282,7 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
             if eval_set is not None and cfg.train.eval_steps and step % cfg.train.eval_steps == 0:
                 eval_loss = run_eval_loss(model, eval_set, accelerator, pad_id, cfg.train.batch_size)
                 logger.log(step, {"eval_loss": eval_loss})
-                progress.note(f"eval_loss {eval_loss:.4f}")
+                progress.show({"eval_loss": eval_loss})
             if cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
                 _eval_during_training(cfg, model, loaded, accelerator, step, run_dir, logger, progress)
             if cfg.train.save_steps and step % cfg.train.save_steps == 0 and step < total_steps:
@@ -407,13 +411,11 @@ def _eval_during_training(cfg, model, loaded, accelerator, step, run_dir, logger
         result = evaluate_during_training(chat, cfg.eval, step, run_dir)
     finally:
         unwrapped.train()
-    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float))}
+    scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     if scalars:
         logger.log(step, scalars)
-        progress.note(" ".join(f"{k} {v:.3f}" for k, v in scalars.items()))
+        progress.show(scalars)
+        progress.note(f"step {step}: " + " ".join(f"{k} {v:.3f}" for k, v in scalars.items()))
+    for s in result.get("eval/samples") or []:  # watch answers change, as XTuner's chat hook shows them
+        progress.note(f"step {step}: [{Path(s['image']).name if s.get('image') else 'text'}] {s['question']} -> {s['answer']}")
 
-
-def _progress(enabled: bool, start: int, total: int):
-    from vlmtune.training.loop import Progress
-
-    return Progress(enabled, start, total)

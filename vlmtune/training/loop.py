@@ -122,8 +122,10 @@ class StopFlag:
 class Progress:
     """A tqdm bar with loss, lr, samples/s and ETA (tqdm computes the ETA)."""
 
-    def __init__(self, enabled: bool, start: int, total: int):
+    def __init__(self, enabled: bool, start: int, total: int, main: bool = True):
         self.bar = None
+        self.enabled_plain = main
+        self.extra: dict[str, str] = {}  # latest eval figures, kept beside the loss in the bar
         if enabled:
             from tqdm import tqdm
 
@@ -137,12 +139,19 @@ class Progress:
             post["loss"] = f"{row['loss']:.4f}"
         post["lr"] = f"{row['lr']:.2e}"
         post["samples/s"] = f"{row['samples_per_s']:.1f}"
+        post.update(self.extra)
         self.bar.set_postfix(post, refresh=False)
         self.bar.update(1)
 
+    def show(self, values: dict) -> None:
+        self.extra.update({k.split("/")[-1]: f"{v:.3f}" for k, v in values.items()})
+
     def note(self, text: str) -> None:
+        """A line above the bar (or plain, when there is no bar): eval results and sample answers."""
         if self.bar is not None:
             self.bar.write(text)
+        elif self.enabled_plain:
+            print(text, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
