@@ -1,4 +1,5 @@
-"""2 processes over gloo on this CPU: ZeRO-2, ZeRO-3 and FSDP give the same per-step losses as one process
+"""2 processes over gloo on this CPU with --deepspeed zero2 / zero3 and --fsdp give (on a CPU accelerate runs all
+three as plain DDP, and vlmtune says so; on GPUs they are the real engines) the same per-step losses as one process
 with the same global batch, and the saved adapter (projector inside, gathered whole) loads with stock peft."""
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def test_two_processes_match_one(engine, one_process, tiny_vlm):
     run = root / engine[-1].strip("-")
     proc = run_vlmtune("train", str(cfg), f"output_dir={run}", "train.batch_size=2", *QUIET, "--nproc", "2", *engine)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    if not torch.cuda.is_available():
+        assert "running plain DDP over gloo instead" in proc.stderr
     ref = [r["loss"] for r in read_metrics(root / "ref")]
     got = [r["loss"] for r in read_metrics(run)]
     assert len(ref) == len(got) == STEPS

@@ -70,9 +70,15 @@ def build_accelerator(tcfg: TrainConfig, precision: str, *, deepspeed: str | Non
     kwargs = {}
     if deepspeed:
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config(deepspeed, tcfg, precision, world))
+    cpu = not torch.cuda.is_available()
+    if (fsdp or deepspeed) and cpu:
+        # With cpu=True accelerate enables neither FSDP nor DeepSpeed; it runs DDP. Say so rather than pretend.
+        if int(os.environ.get("RANK", "0")) == 0:
+            what = "--fsdp" if fsdp else f"--deepspeed {deepspeed}"
+            print(f"note: {what} needs GPUs here (accelerate uses neither FSDP nor DeepSpeed on CPU); "
+                  "running plain DDP over gloo instead.", file=sys.stderr)
     elif fsdp:
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
-    cpu = not torch.cuda.is_available()
     return Accelerator(mixed_precision=mixed, cpu=cpu, **kwargs)
 
 
