@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import QUIET, load_adapter, read_metrics, run_vlmtune, train_cli, vlm_config, write_yaml
+from training_helpers import QUIET, load_adapter, read_metrics, run_vlmtune, train_cli, vlm_config, write_yaml
 
 STEPS = 3
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import train_cli, vlm_config, write_yaml
+from training_helpers import train_cli, vlm_config, write_yaml
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import math
 import torch
 from safetensors.torch import load_file
 
-from conftest import read_metrics, train_cli, vlm_config, write_yaml
+from training_helpers import read_metrics, train_cli, vlm_config, write_yaml
 
 
 def test_nan_skips_then_stops_with_checkpoint_intact(tiny_vlm, digits, tmp_path, monkeypatch, capsys):

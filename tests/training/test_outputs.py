@@ -7,7 +7,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import read_metrics, subprocess_env, train_cli, vlm_config, write_yaml
+from training_helpers import read_metrics, subprocess_env, train_cli, vlm_config, write_yaml
 
 STOCK_LOAD = textwrap.dedent('''
     import sys

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from conftest import load_adapter, read_metrics, train_cli, vlm_config, write_yaml
+from training_helpers import load_adapter, read_metrics, train_cli, vlm_config, write_yaml
 
 
 def test_one_qlora_step(tiny_vlm, digits, tmp_path, monkeypatch):

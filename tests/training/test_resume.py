@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import QUIET, run_vlmtune, subprocess_env, train_cli, vlm_config, vlmtune_cmd, write_yaml
+from training_helpers import QUIET, run_vlmtune, subprocess_env, train_cli, vlm_config, vlmtune_cmd, write_yaml
 
 N = 3
 

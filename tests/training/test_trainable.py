@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import UNUSED_VISION, base_state, load_adapter, train_cli, vlm_config, write_yaml
+from training_helpers import UNUSED_VISION, base_state, load_adapter, train_cli, vlm_config, write_yaml
 
 # Three LoRA runs cover each mode on each component once; a fourth has no LoRA (a full HF model comes out).
 CASES = {
