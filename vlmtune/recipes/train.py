@@ -399,6 +399,11 @@ def _save_final(cfg: Config, accelerator, model, loaded, run_dir: Path, base_pat
 
 
 def _eval_during_training(cfg, model, loaded, accelerator, step, run_dir, logger, progress) -> None:
+    if getattr(accelerator, "zero_stage", 0) == 3:
+        # Generation on one rank would hang on ZeRO-3's collective weight gathering.
+        if step == cfg.eval.every_steps and accelerator.is_main_process:
+            progress.note("note: eval.every_steps is skipped under ZeRO-3; run `vlmtune eval` on RUN/checkpoints/step-N.")
+        return
     if not accelerator.is_main_process:
         return
     from vlmtune.evaluation.during_training import evaluate_during_training

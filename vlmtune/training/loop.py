@@ -72,9 +72,12 @@ def run_eval_loss(model, dataset, accelerator, pad_token_id: int, batch_size: in
     model.eval()
     total, count = torch.zeros((), device=accelerator.device), torch.zeros((), device=accelerator.device)
     indices = list(range(accelerator.process_index, len(dataset), accelerator.num_processes))
-    for start in range(0, len(indices), batch_size):
+    # Every process runs the same number of forwards (ZeRO-3 gathers weights collectively).
+    per_rank = -(-len(dataset) // accelerator.num_processes)
+    for start in range(0, per_rank, batch_size):
         batch = collate([dataset[i] for i in indices[start:start + batch_size]], pad_token_id)
         if batch["num_samples"] == 0:
+            token_loss_sum(model, _dummy_batch(accelerator.device))
             continue
         loss_sum, n = token_loss_sum(model, _to_device(batch, accelerator.device, _pixel_dtype(model)))
         total += loss_sum.float()
