@@ -1,6 +1,10 @@
-"""2 processes over gloo on this CPU with --deepspeed zero2 / zero3 and --fsdp give (on a CPU accelerate runs all
-three as plain DDP, and vlmtune says so; on GPUs they are the real engines) the same per-step losses as one process
-with the same global batch, and the saved adapter (projector inside, gathered whole) loads with stock peft."""
+"""2 processes over gloo on this CPU with --deepspeed zero2 / zero3 (real DeepSpeed engines, CPU accelerator) and
+--fsdp (FSDP needs GPUs in accelerate; on a CPU it runs as plain DDP, and vlmtune says so) give the same per-step
+losses as one process with the same global batch, and the saved adapter (projector inside, gathered whole) loads
+with stock peft.
+
+Tolerance: DDP reproduces the 1-process losses to float noise (1e-4); DeepSpeed's ZeRO optimizer updates flat fp32
+partitions, a different reduction order, and stays within 1e-3 of them over these steps."""
 
 from __future__ import annotations
 
@@ -30,12 +34,14 @@ def test_two_processes_match_one(engine, one_process, tiny_vlm):
     run = root / engine[-1].strip("-")
     proc = run_vlmtune("train", str(cfg), f"output_dir={run}", "train.batch_size=2", *QUIET, "--nproc", "2", *engine)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    if not torch.cuda.is_available():
+    deepspeed = engine[0] == "--deepspeed"
+    if not torch.cuda.is_available() and not deepspeed:
         assert "running plain DDP over gloo instead" in proc.stderr
+    tol = 1e-3 if deepspeed else 1e-4
     ref = [r["loss"] for r in read_metrics(root / "ref")]
     got = [r["loss"] for r in read_metrics(run)]
     assert len(ref) == len(got) == STEPS
-    assert got == pytest.approx(ref, abs=1e-4)
+    assert got == pytest.approx(ref, abs=tol)
     model = load_adapter(tiny_vlm, run / "final")
     params = dict(model.named_parameters())
     assert any("multi_modal_projector.modules_to_save" in n for n in params)
@@ -44,4 +50,4 @@ def test_two_processes_match_one(engine, one_process, tiny_vlm):
     ref_model = load_adapter(tiny_vlm, root / "ref" / "final")
     for n, p in ref_model.named_parameters():
         if "lora_B" in n or "modules_to_save" in n:
-            torch.testing.assert_close(params[n], p, atol=1e-4, rtol=1e-3)
+            torch.testing.assert_close(params[n], p, atol=10 * tol, rtol=1e-2)
