@@ -129,7 +129,7 @@ def parameter_table(model: nn.Module, family: Family) -> str:
     counts = {c: [0, 0] for c in COMPONENTS}
     seen = set()
     for name, p in model.named_parameters():
-        if id(p) in seen:
+        if id(p) in seen or ".original_module." in name:  # peft's frozen copy of a fully-trained module
             continue
         seen.add(id(p))
         n = p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)  # 4-bit packs two weights a byte
