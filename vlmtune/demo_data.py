@@ -1,9 +1,11 @@
 """The demo's data: scikit-learn's bundled handwritten digits (8x8), upscaled to RGB PNGs, as LLaVA-format JSON.
 
 Two tasks on the same images:
-- `identify` ("What digit is shown in the image?" -> "The digit is seven."): what the base model is taught;
-- `next` ("Which digit comes after this one?" -> "The next digit is eight."): the new instruction the
-  LoRA fine-tune teaches, which the base model never saw. Its answer depends on the image.
+- `identify` ("What digit is shown in the image?" -> "The digit is seven."): what the base model is taught,
+  mixed with text-only records ("Which digit comes after seven?" -> "The next digit is eight.") so that,
+  like a real LLM, the base knows the words and the successor of each digit;
+- `next` ("Which digit comes after this one?" + an image -> "The next digit is eight."): the new visual
+  instruction the LoRA fine-tune teaches, which the base never saw. Its answer depends on the image.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def write_digit_images(folder: Path, size: int = 32) -> list[tuple[str, int]]:
     return out
 
 
-def build_digit_data(root: Path, *, eval_fraction: float = 0.2, seed: int = 0) -> dict[str, Path]:
+def build_digit_data(root: Path, *, eval_fraction: float = 0.2, seed: int = 0, text_repeats: int = 30) -> dict[str, Path]:
     """Images + train/eval JSON for both tasks. Held-out eval images are never trained on in either stage."""
     root = Path(root)
     items = write_digit_images(root / "images")
@@ -76,5 +78,12 @@ def build_digit_data(root: Path, *, eval_fraction: float = 0.2, seed: int = 0) -
             path = root / f"{task}_{split}.json"
             path.write_text(json.dumps(records, indent=0))
             paths[f"{task}_{split}"] = path
+    # Text-only successor facts, mixed into the base's training file (as a chat LLM would know them).
+    base = json.loads(paths["identify_train"].read_text())
+    facts = [{"id": f"text-{rep}-{d}",
+              "conversations": [{"from": "human", "value": f"Which digit comes after {DIGIT_WORDS[d]}?"},
+                                {"from": "gpt", "value": answer_for("next", d)}]}
+             for rep in range(text_repeats) for d in range(10)]
+    paths["identify_train"].write_text(json.dumps(base + facts, indent=0))
     paths["images"] = root / "images"
     return paths

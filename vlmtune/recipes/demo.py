@@ -4,7 +4,8 @@
 
 1. builds a tiny base VLM (CLIP-style encoder + projector + Llama-style LLM, composed from their own
    checkpoints) and teaches it "What digit is shown in the image?";
-2. LoRA-fine-tunes it on an instruction the base never saw: "Which digit comes after this one?";
+2. LoRA-fine-tunes it (LoRA on the LLM, the projector trained beside it as in LLaVA-1.5's LoRA recipe)
+   on an instruction the base never saw: "Which digit comes after this one?";
 3. merges the adapter into a standard HF model folder, measures held-out accuracy on the new task
    before and after, shows one chat answer, and writes DIR/report.json and DIR/loss.png.
 
@@ -31,7 +32,7 @@ def add_arguments(p) -> None:
 
 
 # Steps chosen so that the full demo takes a few minutes on 2 CPU cores.
-FULL = {"base_steps": 500, "base_lr": 3e-3, "finetune_steps": 150, "finetune_lr": 2e-3, "batch_size": 32, "eval_limit": None}
+FULL = {"base_steps": 500, "base_lr": 3e-3, "finetune_steps": 250, "finetune_lr": 2e-3, "batch_size": 32, "eval_limit": None}
 QUICK = {"base_steps": 4, "base_lr": 3e-3, "finetune_steps": 4, "finetune_lr": 2e-3, "batch_size": 8, "eval_limit": 16}
 
 
@@ -52,7 +53,7 @@ def run(args) -> int:
     # ---- Data and the parts the base model is composed from --------------------------------------------
     print("[1/6] Bundled digits -> LLaVA-format JSON; tiny CLIP and Llama checkpoints")
     data = build_digit_data(out / "data", seed=args.seed)
-    parts = build_tiny_parts(out / "parts", seed=args.seed)
+    parts = build_tiny_parts(out / "parts", seed=args.seed, vision_hidden=128)
     eval_images = out / "eval_images"
     _copy_eval_images(data["next_eval"], data["images"], eval_images)
 
@@ -63,9 +64,10 @@ def run(args) -> int:
         "model": {"vision_encoder": str(parts["vision"]), "language_model": str(parts["llm"]),
                   "vision": "full", "projector": "full", "llm": "full"},
         "data": {"path": str(data["identify_train"]), "image_folder": str(data["images"]),
-                 "eval_path": str(data["identify_eval"]), "max_length": 256},
+                 "eval_path": str(data["identify_eval"]), "max_length": 256, "num_workers": 1},
         "train": {"max_steps": plan["base_steps"], "batch_size": plan["batch_size"], "lr": plan["base_lr"],
-                  "warmup_ratio": 0.05, "save_steps": 0, "seed": args.seed, "report_to": ["none"], "progress": True},
+                  "warmup_ratio": 0.05, "weight_decay": 0.05, "save_steps": 0, "seed": args.seed,
+                  "report_to": ["none"], "progress": True},
     }
     base_run = _train(base_cfg, out / "base.yaml", train, resolve_config)
 
@@ -73,9 +75,9 @@ def run(args) -> int:
     print("[3/6] Fine-tune with LoRA on a new instruction: 'Which digit comes after this one?'")
     ft_cfg = {
         "output_dir": str(out / "runs" / "finetune"),
-        "model": {"path": str(base_run / "final"), "vision": "frozen", "projector": "frozen", "llm": "lora"},
+        "model": {"path": str(base_run / "final"), "vision": "frozen", "projector": "full", "llm": "lora"},
         "data": {"path": str(data["next_train"]), "image_folder": str(data["images"]),
-                 "eval_path": str(data["next_eval"]), "max_length": 256},
+                 "eval_path": str(data["next_eval"]), "max_length": 256, "num_workers": 1},
         "train": {"max_steps": plan["finetune_steps"], "batch_size": plan["batch_size"], "lr": plan["finetune_lr"],
                   "warmup_ratio": 0.05, "save_steps": max(plan["finetune_steps"] // 2, 1), "seed": args.seed,
                   "report_to": ["none"]},
