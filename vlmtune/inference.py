@@ -163,6 +163,7 @@ def apply_adapter(model, adapter: str):
     """Wrap `model` with a peft adapter (not merged), checking that the adapter fits this base."""
     from peft import PeftModel
 
+    check_adapter_files(adapter)
     try:
         peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as e:
@@ -174,6 +175,23 @@ def apply_adapter(model, adapter: str):
                              f"place in it (e.g. {missing[0]}); it was trained on another base.")
     peft_model.eval()
     return peft_model
+
+
+def check_adapter_files(adapter: str) -> None:
+    """The adapter's weights must be a readable local safetensors file (peft would otherwise go to the Hub)."""
+    from safetensors import SafetensorError, safe_open
+
+    f = Path(adapter) / "adapter_model.safetensors"
+    if not f.is_file():
+        if (Path(adapter) / "adapter_model.bin").is_file():
+            raise ModelLoadError(f"{adapter} holds a pickled adapter_model.bin; vlmtune reads only safetensors. "
+                                 "Re-save it with a current peft (safe_serialization=True).")
+        raise ModelLoadError(f"{adapter} has no adapter_model.safetensors (the adapter's weights are missing).")
+    try:
+        with safe_open(str(f), "pt") as sf:
+            list(sf.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelLoadError(f"{f} is not a readable safetensors file: {e}") from None
 
 
 def unloaded_adapter_keys(peft_model, adapter: str) -> list[str]:

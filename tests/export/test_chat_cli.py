@@ -91,3 +91,16 @@ def test_chat_keeps_history(tiny_vlm, image_file, monkeypatch, capsys):
     assert seen[0] == ([("user", "<image>\nfirst?")], 1)
     roles = [r for r, _ in seen[1][0]]
     assert roles == ["user", "assistant", "user"] and seen[1][1] == 1 and seen[1][0][2][1] == "second?"
+
+
+def test_adapter_without_weights_is_exit_2(tiny_vlm, lora_run, tmp_path, capsys):
+    """Regression: peft looked for the missing adapter_model.safetensors on the Hub and crashed with a traceback."""
+    import shutil
+
+    from vlmtune.cli import main
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(lora_run / "final", adapter)
+    (adapter / "adapter_model.safetensors").unlink()
+    assert main(["chat", str(tiny_vlm), "--adapter", str(adapter), "--prompt", "hi"]) == 2
+    assert "adapter_model.safetensors" in capsys.readouterr().err

@@ -160,3 +160,19 @@ def test_not_an_adapter_or_model_is_exit_2(tmp_path, capsys):
     (tmp_path / "x" / "notes.txt").write_text("hello")
     assert main(["merge", str(tmp_path / "x"), "--out", str(tmp_path / "o")]) == 2
     assert "not a model folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_missing_or_broken_adapter_weights_is_exit_2(lora_run, tmp_path, capsys, damage):
+    """Regression: a deleted adapter_model.safetensors made peft go to the Hub and crash with a traceback."""
+    run = tmp_path / "run"
+    shutil.copytree(lora_run, run)
+    weights = run / "final" / "adapter_model.safetensors"
+    if damage == "deleted":
+        weights.unlink()
+    else:
+        weights.write_bytes(weights.read_bytes()[:100])
+    assert main(["merge", str(run), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from vlmtune.errors import ModelLoadError, VlmtuneError
-from vlmtune.inference import ChatModel, apply_adapter, load_base_model, resolve_source
+from vlmtune.inference import ChatModel, apply_adapter, check_adapter_files, load_base_model, resolve_source
 
 DEFAULT_TOLERANCE = {torch.float32: 1e-3, torch.float16: 5e-2, torch.bfloat16: 1e-1}
 PROBE_PROMPT = "Describe the image in detail."
@@ -137,6 +137,7 @@ def merge_run(source: str, out: str, *, verify: bool = False, tolerance: float |
     if src.adapter is None:
         return _copy_full_model(src.base, out_path, overwrite, log)
     adapter = Path(src.adapter)
+    check_adapter_files(str(adapter))
     _check_base_exists(src.base, str(adapter / "vlmtune_run.json") if (adapter / "vlmtune_run.json").is_file()
                        else str(adapter / "adapter_config.json"))
 
