@@ -113,3 +113,29 @@ def test_base_plus_adapter(tmp_path, tiny_vlm, digit_folder):
     pred = read_jsonl(out / "predictions.jsonl")[0]
     assert pred["model"].endswith(" + " + str(adapter.resolve()))
     assert json.loads((out / "metrics.json").read_text())["metric"] == "exact_match"
+
+
+def test_scoring_predictions_needs_no_images(tmp_path, make_sqa, capsys):
+    """Regression: `--predictions` refused LLaVA's question file when the images were not on this machine."""
+    (tmp_path / "sqa").mkdir()
+    d = make_sqa(tmp_path / "sqa")
+    import shutil
+
+    shutil.rmtree(d / "images")  # scoring answers made elsewhere: the images are not here
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps({"question_id": k, "text": v}) + "\n"
+                               for k, v in {"11": "B", "12": "The answer is B.", "13": "A. cat", "14": "no idea"}.items()))
+    assert main(["eval", "scienceqa", "--predictions", str(answers), "--data", str(d / "llava_test_CQM-A.json"),
+                 "--out", str(tmp_path / "o")]) == 0
+    # 11 right (image), 12 wrong (image), 13 right, 14 unparseable: 2/4, IMG 1/2
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "Total: 4, Correct: 2, Accuracy: 50.00%, IMG-Accuracy: 50.00%"
+
+    vqa = tmp_path / "vqa.jsonl"
+    vqa.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"question_id": 1, "image": "gone.png", "question": "How many?", "answers": ["two"] * 3 + ["2"] + ["3"] * 6},
+        {"question_id": 2, "image": "gone.png", "question": "What?", "answers": ["dog"] * 2 + ["cat"] * 8}]))
+    preds = tmp_path / "vqa_preds.jsonl"
+    preds.write_text(json.dumps({"question_id": 1, "text": "Two"}) + "\n" + json.dumps({"question_id": 2, "text": "a dog"}) + "\n")
+    assert main(["eval", "vqa", "--predictions", str(preds), "--data", str(vqa), "--out", str(tmp_path / "v")]) == 0
+    m = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert m["accuracy"] == pytest.approx((1.0 + 0.6) / 2)  # "Two"=2 matches 4 humans; "a dog" matches 2 of 10

@@ -18,8 +18,12 @@ BENCHMARKS = ("mmbench", "scienceqa", "vqa")
 
 def load_items(benchmark: str, data: str | None, *, image_folder: str | None = None, limit: int | None = None,
                lang: str = "auto", circular: bool = True, problems: str | None = None,
-               pid_splits: str | None = None, split: str = "test", instruction: str = SHORT_ANSWER) -> list[EvalItem]:
-    """The benchmark's questions. `limit` keeps the first N questions (an MMBench question with all its rotations)."""
+               pid_splits: str | None = None, split: str = "test", instruction: str = SHORT_ANSWER,
+               resolve_images: bool = True) -> list[EvalItem]:
+    """The benchmark's questions. `limit` keeps the first N questions (an MMBench question with all its rotations).
+
+    `resolve_images=False`: for scoring answers made elsewhere, image files are neither needed nor checked.
+    """
     if benchmark == "mmbench":
         if data is None:
             raise DataError("mmbench needs --data FILE.tsv (MMBench's or CCBench's TSV).")
@@ -29,11 +33,12 @@ def load_items(benchmark: str, data: str | None, *, image_folder: str | None = N
             raise DataError("scienceqa needs ScienceQA's problems.json: --problems FILE "
                             "(looked for next to --data when not given).")
         return load_scienceqa(data, problems=problems, pid_splits=pid_splits, split=split,
-                              image_folder=image_folder, limit=limit)
+                              image_folder=image_folder, limit=limit, resolve_images=resolve_images)
     if benchmark == "vqa":
         if data is None:
             raise DataError("vqa needs --data FILE.jsonl of {image, question, answers}.")
-        return load_vqa(data, image_folder=image_folder, instruction=instruction, limit=limit)
+        return load_vqa(data, image_folder=image_folder, instruction=instruction, limit=limit,
+                        resolve_images=resolve_images)
     raise DataError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}.")
 
 

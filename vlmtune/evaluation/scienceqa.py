@@ -80,7 +80,9 @@ def _human_turn(record: dict, where: str) -> str:
 
 
 def load_scienceqa(data: str | None, *, problems: str, pid_splits: str | None = None, split: str = "test",
-                   image_folder: str | None = None, limit: int | None = None) -> list[EvalItem]:
+                   image_folder: str | None = None, limit: int | None = None,
+                   resolve_images: bool = True) -> list[EvalItem]:
+    """`resolve_images=False` (scoring a predictions file) neither needs nor checks the image files."""
     probs, pids = load_problems(problems, pid_splits, split)
     in_split = set(pids) if pids is not None else None
     items = []
@@ -116,19 +118,20 @@ def load_scienceqa(data: str | None, *, problems: str, pid_splits: str | None = 
             continue
         qs = _human_turn(record, where).replace(IMAGE_PLACEHOLDER, "").strip()
         images = []
-        if record.get("image"):
+        has_image = bool(record.get("image"))
+        if has_image and resolve_images:
             try:
                 full = resolve_image_path(str(record["image"]), image_folder)
             except RecordProblem as e:
                 raise DataError(f"{where}, field `image`: {e.detail}") from None
             images.append(ImageRef(where=f"{where}, field `image` ({record['image']})", path=full))
-        prompt = (IMAGE_PLACEHOLDER + "\n" + qs) if images else qs
+        prompt = (IMAGE_PLACEHOLDER + "\n" + qs) if has_image else qs
         if not qs.endswith(INSTRUCTION):
             prompt += "\n" + INSTRUCTION
         p = probs[pid]
         items.append(EvalItem(id=pid, prompt=prompt, question=str(p.get("question", "")), images=images,
                               meta={"options": _options(p), "answer": string.ascii_uppercase[p["answer"]],
-                                    "has_image": bool(images)}))
+                                    "has_image": has_image}))
         if limit is not None and len(items) >= limit:
             break
     if not items:

@@ -150,8 +150,11 @@ def _read_records(path: str) -> list[tuple[int, dict]]:
 
 
 def load_vqa(path: str, *, image_folder: str | None = None, instruction: str = SHORT_ANSWER,
-             limit: int | None = None) -> list[EvalItem]:
-    """Read a VQA file into items (prompt: `<image>\\n` + question + `\\n` + instruction)."""
+             limit: int | None = None, resolve_images: bool = True) -> list[EvalItem]:
+    """Read a VQA file into items (prompt: `<image>\\n` + question + `\\n` + instruction).
+
+    `resolve_images=False` (scoring a predictions file) neither needs nor checks the image files.
+    """
     name = os.path.basename(path)
     items, seen = [], {}
     for lineno, raw in _read_records(path):
@@ -173,15 +176,16 @@ def load_vqa(path: str, *, image_folder: str | None = None, instruction: str = S
         if image:
             if not isinstance(image, str):
                 raise DataError(f"{where}, field `image`: expected a path string, got {type(image).__name__}.")
-            try:
-                full = resolve_image_path(image, image_folder)
-            except RecordProblem as e:
-                raise DataError(f"{where}, field `image`: {e.detail}") from None
-            images.append(ImageRef(where=f"{where}, field `image` ({image})", path=full))
+            if resolve_images:
+                try:
+                    full = resolve_image_path(image, image_folder)
+                except RecordProblem as e:
+                    raise DataError(f"{where}, field `image`: {e.detail}") from None
+                images.append(ImageRef(where=f"{where}, field `image` ({image})", path=full))
         prompt = question
         if instruction and not question.rstrip().endswith(instruction):
             prompt = question + "\n" + instruction
-        if images:
+        if image:
             prompt = IMAGE_PLACEHOLDER + "\n" + prompt
         items.append(EvalItem(id=qid, prompt=prompt, question=question, images=images,
                               meta={"answers": _answers(raw, where), "line": lineno}))

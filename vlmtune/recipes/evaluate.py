@@ -105,7 +105,7 @@ def _model_id(args) -> str:
     return model
 
 
-def _load(args, limit: int | None):
+def _load(args, limit: int | None, resolve_images: bool = True):
     data = args.data
     image_folder = getattr(args, "image_folder", None)
     if image_folder is None and data is not None and args.benchmark != "mmbench":
@@ -120,7 +120,7 @@ def _load(args, limit: int | None):
             raise DataError("scienceqa needs --data (LLaVA's question file) or --problems with --pid-splits.")
     if args.benchmark == "vqa" and args.instruction is not None:
         kw["instruction"] = args.instruction
-    return load_items(args.benchmark, data, image_folder=image_folder, limit=limit, **kw)
+    return load_items(args.benchmark, data, image_folder=image_folder, limit=limit, resolve_images=resolve_images, **kw)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -143,7 +143,7 @@ def run(args) -> int:
 
     # 1. the questions
     if args.predictions:
-        items = _load(args, None)
+        items = _load(args, None, resolve_images=False)  # scoring answers made elsewhere needs no images
         predictions = read_predictions_file(args.predictions, bench, items)
         # rotations we generated count only where the predictions answer them (VLMEvalKit's files don't)
         items = [i for i in items if not (i.meta.get("generated") and i.id not in predictions)]
