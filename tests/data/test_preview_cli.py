@@ -82,3 +82,22 @@ def test_check_mixed_formats_with_tiny_llava(capsys, tmp_path):
     assert rep["modalities"] == {"text": 2, "image": 6, "multi_image": 1}
     assert rep["kinds"] == {"chat": 7, "caption": 1, "text": 1}
     assert rep["lengths"]["max"] > 2 * 16  # two images, 16 tokens each in the tiny CLIP
+
+
+def test_llava_image_after_question_is_moved_first(capsys, tmp_path):
+    """Regression: LLaVA-665k questions written `...?\\n<image>` rendered with the image last; LLaVA's
+    preprocess_multimodal (and XTuner) put `<image>\\n` first, so vicuna_v1 was not byte-exact on them."""
+    recs = [{"id": "000000052846", "image": "coco/train2017/000000052846.jpg", "conversations": [
+                {"from": "human", "value": "Is the cat sitting?\n<image>"}, {"from": "gpt", "value": "Yes."},
+                {"from": "human", "value": "What colour?"}, {"from": "gpt", "value": "Grey."}]},
+            {"id": "two", "image": ["a.jpg", "b.jpg"], "conversations": [  # several images: left where they are
+                {"from": "human", "value": "Compare <image> and <image>"}, {"from": "gpt", "value": "Same."}]}]
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(recs))
+    code, out = preview(capsys, data, "--index", "0", "--template", "vicuna_v1")
+    assert code == 0
+    assert out["text"] == ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                           "helpful, detailed, and polite answers to the user's questions. USER: <image>\nIs the cat "
+                           "sitting? ASSISTANT: Yes.</s>USER: What colour? ASSISTANT: Grey.</s>")
+    code, out = preview(capsys, data, "--index", "1", "--template", "chatml")
+    assert code == 0 and "Compare <image> and <image>" in out["text"]

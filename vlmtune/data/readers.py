@@ -179,6 +179,24 @@ def _apply_image_keys(messages: list[Message], keys: dict[str, str]) -> list[str
     return images
 
 
+def _is_llava_turns(raw: dict) -> bool:
+    turns = raw.get("conversations")
+    return isinstance(turns, list) and all(isinstance(t, dict) and "from" in t for t in turns)
+
+
+def _image_first(messages: list[Message]) -> None:
+    """LLaVA's `preprocess_multimodal` (and XTuner's llava_map_fn): a single-image turn becomes `<image>\\n` + its text.
+
+    LLaVA-665k has many questions written as `...?\\n<image>`; LLaVA trains them with the image first, so a
+    byte-exact vicuna_v1 rendering must too. Only for LLaVA-format (`from`/`value`) single-image records.
+    """
+    if sum(m.content.count(IMAGE_PLACEHOLDER) for m in messages) != 1:
+        return
+    for m in messages:
+        if IMAGE_PLACEHOLDER in m.content:
+            m.content = (IMAGE_PLACEHOLDER + "\n" + m.content.replace(IMAGE_PLACEHOLDER, "").strip()).strip()
+
+
 def parse_record(raw, index: int, source: str) -> Sample:
     """One raw record into a `Sample`, or `RecordProblem` (bad-field, empty-conversation, bad-role-order, image-token-count)."""
     if not isinstance(raw, dict):
@@ -210,6 +228,8 @@ def parse_record(raw, index: int, source: str) -> Sample:
         check_role_order(messages)
     if keys is not None:
         images = _apply_image_keys(messages, keys)
+    elif len(images) == 1 and _is_llava_turns(raw):
+        _image_first(messages)
     sample = Sample(messages=messages, images=images, id=rid, index=index, source=source, kind=kind)
     n = sample.num_placeholders
     if n != len(images):
