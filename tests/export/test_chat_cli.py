@@ -104,3 +104,20 @@ def test_adapter_without_weights_is_exit_2(tiny_vlm, lora_run, tmp_path, capsys)
     (adapter / "adapter_model.safetensors").unlink()
     assert main(["chat", str(tiny_vlm), "--adapter", str(adapter), "--prompt", "hi"]) == 2
     assert "adapter_model.safetensors" in capsys.readouterr().err
+
+
+def test_image_command_without_path_or_quoted(tiny_vlm, image_file, tmp_path, monkeypatch, capsys):
+    """Regression: `/image` alone printed "error: image : : FileNotFoundError ..."; a quoted path was not found."""
+    import builtins
+    import shutil
+
+    from vlmtune.cli import main
+
+    spaced = tmp_path / "my image.png"
+    shutil.copy(image_file, spaced)
+    lines = iter(["/image", f"/image '{spaced}'", "/quit"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(lines))
+    assert main(["chat", str(tiny_vlm), "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "usage: /image PATH" in err and "FileNotFoundError" not in err
+    assert f"(image {spaced} attached" in err

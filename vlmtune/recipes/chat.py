@@ -10,6 +10,7 @@ Interactive commands: `/image PATH` attaches an image to your next message, `/re
 
 from __future__ import annotations
 
+import os
 import sys
 
 from vlmtune.errors import VlmtuneError
@@ -102,8 +103,14 @@ def run(args) -> int:
             messages, history_images, pending = list(system), [], []
             print("(conversation reset)", file=sys.stderr)
             continue
-        if line.startswith("/image"):
+        if line == "/image" or line.startswith("/image "):
             path = line[len("/image"):].strip()
+            if len(path) >= 2 and path[0] == path[-1] and path[0] in "'\"":  # a dragged-in, quoted path
+                path = path[1:-1]
+            path = os.path.expanduser(path)
+            if not path:
+                print("usage: /image PATH", file=sys.stderr)
+                continue
             try:
                 pending.append(read_image(path))
                 print(f"(image {path} attached to your next message)", file=sys.stderr)
