@@ -124,7 +124,9 @@ def test_token_reasons(capsys, folder, tok_dir):
     code, rep = check(capsys, folder, recs, "--tokenizer", str(tok_dir), "--image-seq-len", "576", "--max-length", "660")
     assert code == 1 and reasons(rep) == ["too-long"] and rep["problems"][0]["index"] == 1
     assert "576 image tokens" in rep["problems"][0]["detail"]
-    assert rep["lengths"]["max"] <= 660 and rep["lengths"]["max"] > 576 and rep["lengths"]["min"] < 100
+    # lengths include the too-long records: the true max is what a user sizes data.max_length by
+    too_long = [int(p["detail"].split()[0]) for p in rep["problems"] if p["reason"] == "too-long"]
+    assert too_long and rep["lengths"]["max"] == max(too_long) > 660 and rep["lengths"]["min"] < 100
     assert rep["notes"] == []
 
 
@@ -164,14 +166,25 @@ def test_cmyk_and_exif_load(capsys, folder):
 def test_unusable_input_exits_2(capsys, tmp_path):
     assert main(["data", "check", str(tmp_path / "nope.json")]) == 2
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "ok"}\n{oops\n')
+    bad.write_text("{oops\n")  # not JSON Lines at all
     assert main(["data", "check", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "bad.jsonl line 2" in err and "Traceback" not in err
+    assert "bad.jsonl" in err and "line 1" in err and "Traceback" not in err
     (tmp_path / "x.txt").write_text("hi")
     assert main(["data", "check", str(tmp_path / "x.txt")]) == 2
     (tmp_path / "obj.json").write_text('{"a": 1}')
     assert main(["data", "check", str(tmp_path / "obj.json")]) == 2
+
+
+def test_bad_jsonl_line_is_a_record_problem(capsys, tmp_path):
+    """One broken line of a large JSONL file is reported like any bad record; the rest are still checked."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "ok"}\n{oops\n{"text": "also ok"}\n')
+    assert main(["data", "check", str(bad), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["records"] == 3 and rep["ok"] == 2
+    assert [(p["index"], p["reason"]) for p in rep["problems"]] == [(1, "bad-json")]
+    assert "line 2" in rep["problems"][0]["detail"]
 
 
 def test_human_summary(capsys, folder):

@@ -109,6 +109,8 @@ def check_dataset(paths, *, image_folder=None, tokenizer=None, template_name=Non
                                     max_length=max_length, overlong=overlong)
                 lengths.append(len(enc))
             except RecordProblem as p:
+                if getattr(p, "length", None):
+                    lengths.append(p.length)  # the true max matters when choosing data.max_length
                 report(s, p.reason, p.detail, s.index, s.id, s.source)
 
     notes = []

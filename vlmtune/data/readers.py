@@ -48,6 +48,14 @@ def _read_json(path: str, text: str) -> list:
     return data
 
 
+class BadLine:
+    """A JSONL line that isn't JSON: kept in place as a record, so the check reports it (reason `bad-json`)
+    with the line number, and the other records of a large file are still checked."""
+
+    def __init__(self, lineno: int, message: str):
+        self.lineno, self.message = lineno, message
+
+
 def _read_jsonl(path: str, text: str) -> list:
     records = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -56,7 +64,9 @@ def _read_jsonl(path: str, text: str) -> list:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as e:
-            raise DataError(f"{path} line {lineno} is not valid JSON ({e.msg}).") from None
+            records.append(BadLine(lineno, e.msg))
+    if records and all(isinstance(r, BadLine) for r in records):
+        raise DataError(f"{path} is not JSON Lines: line {records[0].lineno} is not valid JSON ({records[0].message}).")
     return records
 
 
@@ -199,6 +209,8 @@ def _image_first(messages: list[Message]) -> None:
 
 def parse_record(raw, index: int, source: str) -> Sample:
     """One raw record into a `Sample`, or `RecordProblem` (bad-field, empty-conversation, bad-role-order, image-token-count)."""
+    if isinstance(raw, BadLine):
+        raise RecordProblem("bad-json", f"line {raw.lineno} of {source} is not valid JSON ({raw.message}).")
     if not isinstance(raw, dict):
         raise RecordProblem("bad-field", f"a record must be a JSON object, got a {type(raw).__name__}.")
     rid = raw.get("id")

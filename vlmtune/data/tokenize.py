@@ -133,7 +133,9 @@ def encode_sample(sample: Sample, tokenizer, template, *, image_token: str = IMA
         if fitted is None:
             n_img = full.num_images * (image_seq_len or 1)
             extra = " even with whole turns dropped from the end" if overlong == "truncate" else ""
-            raise RecordProblem("too-long", f"{len(full)} tokens ({n_img} image tokens) > max_length {max_length}{extra}.")
+            problem = RecordProblem("too-long", f"{len(full)} tokens ({n_img} image tokens) > max_length {max_length}{extra}.")
+            problem.length = len(full)  # so length statistics can include the records that don't fit
+            raise problem
         enc = fitted
     if all(label == IGNORE_INDEX for label in enc.labels):
         raise RecordProblem("no-trained-tokens", "no token of this record is trained (no assistant answer survived).")
