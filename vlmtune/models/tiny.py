@@ -57,14 +57,14 @@ def train_tiny_tokenizer(extra_texts: list[str] = (), vocab_size: int = 512):
 
 
 def build_tiny_parts(out: str | Path, *, image_size: int = 32, patch_size: int = 8, hidden: int = 64,
-                     vision_hidden: int | None = None, seed: int = 0) -> dict[str, Path]:
+                     vision_hidden: int | None = None, vision_layers: int = 2, seed: int = 0) -> dict[str, Path]:
     """Write a tiny CLIP vision encoder folder and a tiny Llama causal-LM folder (separate checkpoints)."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     out = Path(out)
     torch.manual_seed(seed)
     vh = vision_hidden or hidden
-    vcfg = CLIPVisionConfig(hidden_size=vh, intermediate_size=vh * 2, num_hidden_layers=2,
+    vcfg = CLIPVisionConfig(hidden_size=vh, intermediate_size=vh * 2, num_hidden_layers=vision_layers,
                             num_attention_heads=4, image_size=image_size, patch_size=patch_size, projection_dim=vh)
     vision = CLIPVisionModel(vcfg)
     vdir = out / "tiny-clip"
