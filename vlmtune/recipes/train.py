@@ -179,6 +179,10 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
             optimizer.load_state_dict(state["optimizer_state"])
         scheduler.load_state_dict(state["trainer_state"]["scheduler"])
         start_step = state["trainer_state"]["step"]
+        saved_batch = state["trainer_state"].get("global_batch")
+        if saved_batch and saved_batch != sampler.global_batch:
+            say(f"warning: {resume} was saved with a global batch of {saved_batch}, this run has {sampler.global_batch} "
+                "(batch_size x grad_accum x processes); the data order from here on differs from the original run.")
         tracker.count = state["trainer_state"].get("skipped", 0)
 
     model, optimizer = accelerator.prepare(model, optimizer)
