@@ -65,7 +65,8 @@ class TrainConfig:
     max_steps: int = _f(-1, "Optimizer steps to run; -1 means use epochs.")
     batch_size: int = _f(4, "Samples per device per micro-step.")
     grad_accum: int = _f(1, "Micro-steps per optimizer step.")
-    lr: float = _f(2e-4, "Learning rate of the LLM (and of anything without its own).")
+    lr: float | None = _f(None, "Learning rate of the LLM (and of anything without its own). null: 1e-3 for projector "
+                                "pretraining (only the projector trains, as LLaVA's stage 1), else 2e-4.")
     projector_lr: float | None = _f(None, "Learning rate of the projector (null: train.lr).")
     vision_lr: float | None = _f(None, "Learning rate of the vision tower (null: train.lr).")
     warmup_ratio: float = _f(0.03, "Fraction of steps with linear warm-up before the cosine decay.")
@@ -262,6 +263,9 @@ def validate(cfg: Config) -> None:
     _need(0 <= d.max_bad_fraction <= 1, "`data.max_bad_fraction` must be between 0 and 1.")
     _need(t.precision in ("auto", "bf16", "fp16", "fp32"), f"`train.precision` must be auto, bf16, fp16 or fp32, got {t.precision!r}.")
     _need(t.batch_size >= 1 and t.grad_accum >= 1, "`train.batch_size` and `train.grad_accum` must be at least 1.")
+    if t.lr is None:  # resolved here, so config.yaml in the run folder records the value used
+        stage1 = m.projector == "full" and m.vision == "frozen" and m.llm == "frozen"
+        t.lr = 1e-3 if stage1 else 2e-4
     _need(t.lr > 0, "`train.lr` must be positive.")
     _need(t.max_steps > 0 or t.epochs > 0, "set `train.max_steps` or `train.epochs` above 0.")
     _need(0 <= t.warmup_ratio < 1, "`train.warmup_ratio` must be in [0, 1).")
