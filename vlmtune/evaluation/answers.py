@@ -99,3 +99,14 @@ def extract_choice(text: str, options: dict[str, str]) -> str | None:
     if len(hits) == 1:
         return hits[0]
     return None
+
+
+def choice_of(item_id: str, predictions: dict[str, str], options: dict[str, str], unparseable: list) -> tuple[str | None, str | None]:
+    """(prediction text or None when missing, extracted letter or None); an unparseable answer is listed."""
+    pred = predictions.get(item_id)
+    if pred is None:
+        return None, None
+    letter = extract_choice(pred, options)
+    if letter is None:
+        unparseable.append({"id": item_id, "prediction": pred})
+    return pred, letter

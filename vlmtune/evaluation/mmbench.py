@@ -25,7 +25,7 @@ from collections import defaultdict
 
 from vlmtune.data.sample import IMAGE_PLACEHOLDER
 from vlmtune.errors import DataError
-from vlmtune.evaluation.answers import extract_choice
+from vlmtune.evaluation.answers import choice_of, extract_choice
 from vlmtune.evaluation.items import EvalItem, ImageRef
 from vlmtune.evaluation.tables import read_table, write_tsv, write_xlsx
 
@@ -217,14 +217,8 @@ def score_mmbench(items: list[EvalItem], predictions: dict[str, str]) -> tuple[d
     rows, unparseable, missing = [], [], 0
     right: dict[str, bool] = {}
     for item in items:
-        pred = predictions.get(item.id)
-        letter = None
-        if pred is None:
-            missing += 1
-        else:
-            letter = extract_choice(pred, item.meta["options"])
-            if letter is None:
-                unparseable.append({"id": item.id, "prediction": pred})
+        pred, letter = choice_of(item.id, predictions, item.meta["options"], unparseable)
+        missing += pred is None
         answer = item.meta["answer"]
         ok = answer is not None and letter == answer
         right[item.id] = ok

@@ -22,7 +22,7 @@ import string
 from vlmtune.data.images import resolve_image_path
 from vlmtune.data.sample import IMAGE_PLACEHOLDER, RecordProblem
 from vlmtune.errors import DataError
-from vlmtune.evaluation.answers import extract_choice
+from vlmtune.evaluation.answers import choice_of
 from vlmtune.evaluation.items import EvalItem, ImageRef
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
@@ -143,14 +143,8 @@ def score_scienceqa(items: list[EvalItem], predictions: dict[str, str]) -> tuple
     rows, unparseable, missing = [], [], 0
     correct = img_total = img_correct = 0
     for item in items:
-        pred = predictions.get(item.id)
-        letter = None
-        if pred is None:
-            missing += 1
-        else:
-            letter = extract_choice(pred, item.meta["options"])
-            if letter is None:
-                unparseable.append({"id": item.id, "prediction": pred})
+        pred, letter = choice_of(item.id, predictions, item.meta["options"], unparseable)
+        missing += pred is None
         ok = letter == item.meta["answer"]
         correct += ok
         if item.meta["has_image"]:
