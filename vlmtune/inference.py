@@ -438,7 +438,7 @@ class ChatModel:
                 usage.update(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, finish_reason=c.finish_reason)
             yield c.text
             return
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        from transformers import StoppingCriteriaList
 
         enc = self.encode([messages], [images or []])
         self._check_length(enc, max_new_tokens)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training_helpers import load_adapter, read_metrics, train_cli, write_yaml
+from training_helpers import read_metrics, train_cli, write_yaml
 
 
 def test_demo_quick_report(tmp_path, capsys):

@@ -5,7 +5,6 @@ a half-written checkpoint is ignored."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -15,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training_helpers import QUIET, run_vlmtune, subprocess_env, train_cli, vlm_config, vlmtune_cmd, write_yaml
+from training_helpers import QUIET, subprocess_env, train_cli, vlm_config, vlmtune_cmd, write_yaml
 
 N = 3
 

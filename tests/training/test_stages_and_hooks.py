@@ -8,7 +8,6 @@ import math
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 from training_helpers import read_metrics, train_cli, vlm_config, write_yaml

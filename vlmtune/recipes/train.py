@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import sys
 import time
 from functools import partial
@@ -338,7 +337,7 @@ def _base_for(cfg: Config, loaded, run_dir: Path, main: bool) -> str:
     if main and not (base / "config.json").is_file():
         model = loaded.model
         if cfg.model.quantization:
-            from vlmtune.models.compose import compose_llava, load_projector
+            from vlmtune.models.compose import compose_llava
 
             model, _ = compose_llava(cfg.model.vision_encoder, cfg.model.language_model, projector_type=cfg.model.projector_type,
                                      vision_feature_layer=cfg.model.vision_feature_layer,
