@@ -133,6 +133,8 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
             raise VlmtuneError(f"the data changed since {resume} was saved (fingerprint {old} -> {fingerprint}). "
                                "Resuming would not repeat the run. Pass train.allow_data_change=true to resume anyway, "
                                "or choose a new output_dir.")
+    if state is None and (run_dir / "metrics.jsonl").exists():
+        say(f"note: {run_dir} holds an earlier run but no complete checkpoint to resume; starting again from step 0.")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if state is None:
