@@ -149,7 +149,7 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
         say(f"{len(load_problems)} record(s) can't be used (see skipped.jsonl; `vlmtune data check` explains them).")
         tracker.record(load_problems, seen=len(samples) + len(load_problems))
 
-    dtype = torch.float32 if precision == "fp32" or not torch.cuda.is_available() else getattr(torch, {"bf16": "bfloat16", "fp16": "float16"}[precision])
+    dtype = _load_dtype(cfg, precision, deepspeed)
     loaded = load_model_for_training(cfg.model, template=cfg.data.template, dtype=dtype)
     base_path = _base_for(cfg, loaded, run_dir, main)
     model = apply_training_modes(loaded.model, loaded.family, cfg, gradient_checkpointing=cfg.train.gradient_checkpointing)
@@ -324,6 +324,16 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
 
 
 # ---- Small helpers ----------------------------------------------------------------------------------------
+
+def _load_dtype(cfg: Config, precision: str, deepspeed: str | None) -> torch.dtype:
+    """Weights' dtype at load. A frozen or LoRA'd base loads in bf16/fp16 to halve its memory; a fully
+    trained LLM or vision tower keeps fp32 master weights under autocast (DeepSpeed keeps its own)."""
+    if precision == "fp32" or not torch.cuda.is_available():
+        return torch.float32
+    if not deepspeed and "full" in (cfg.model.llm, cfg.model.vision):
+        return torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
