@@ -79,8 +79,22 @@ def _quiet_libraries() -> None:
             os.environ["DS_ACCELERATOR"] = "cpu"  # DeepSpeed otherwise warns on every import
 
 
+def _drop_launcher_args(argv: list[str]) -> list[str]:
+    """The `deepspeed` launcher passes --local_rank=N; vlmtune reads the rank from the environment."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--local_rank", "--local-rank"):
+            skip = True
+        elif not a.startswith(("--local_rank=", "--local-rank=")):
+            out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
+    argv = _drop_launcher_args(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not hasattr(args, "_run"):

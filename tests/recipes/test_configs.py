@@ -117,3 +117,10 @@ def test_minicpm_v_regex_hits_only_the_llm_attention_of_a_llava_hf_model(tmp_pat
     assert len(names) == 2 * 3
     assert all(n.startswith("model.language_model.layers.") and n.split(".")[-1] in ("q_proj", "k_proj", "v_proj")
                for n in names)
+
+
+def test_deepspeed_launcher_local_rank_argument_is_accepted(capsys):
+    """`deepspeed vlmtune ...` passes --local_rank=N first; the rank comes from the environment instead."""
+    assert main(["--local_rank=0", "configs", "list"]) == 0
+    assert main(["--local_rank", "1", "configs", "list"]) == 0
+    assert "llava-1.5/7b_lora" in capsys.readouterr().out
