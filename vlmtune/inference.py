@@ -199,12 +199,8 @@ def unloaded_adapter_keys(peft_model, adapter: str) -> list[str]:
     from peft.utils import get_peft_model_state_dict
     from safetensors import safe_open
 
+    check_adapter_files(adapter)
     f = Path(adapter) / "adapter_model.safetensors"
-    if not f.is_file():
-        if (Path(adapter) / "adapter_model.bin").is_file():
-            raise ModelLoadError(f"{adapter} holds a pickled adapter_model.bin; vlmtune reads only safetensors. "
-                                 "Re-save it with a current peft (safe_serialization=True).")
-        raise ModelLoadError(f"{adapter} has no adapter_model.safetensors.")
     with safe_open(str(f), "pt") as sf:
         saved = {k: tuple(sf.get_slice(k).get_shape()) for k in sf.keys()}
     expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(peft_model).items()}

@@ -123,7 +123,7 @@ def train(cfg: Config, *, deepspeed: str | None = None, fsdp: bool = False) -> i
     say = print if main else (lambda *a, **k: None)
     torch.manual_seed(cfg.train.seed)
 
-    resume = complete_checkpoints(run_dir)[-1] if complete_checkpoints(run_dir) else None
+    resume = (complete_checkpoints(run_dir) or [None])[-1]
     fingerprint = data_fingerprint(cfg.data.path)
     state = load_checkpoint(resume) if resume else None
     if state is not None:
